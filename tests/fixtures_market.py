@@ -1,0 +1,1 @@
+"""Fixtures for the simulated market and its HTTP server (filled in by the simulator work)."""
