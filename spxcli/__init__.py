@@ -1,0 +1,1 @@
+"""Command-line entry points (click) over the spxlib library."""
