@@ -113,7 +113,7 @@ def is_stale(record: RunRecord, now: datetime, config) -> bool:
     )
 
 
-def _latest_slot(session: Session, now: datetime, config) -> Tuple[Optional[datetime], Optional[datetime]]:
+def current_slot(session: Session, now: datetime, config) -> Tuple[Optional[datetime], Optional[datetime]]:
     """The latest slot at or before now whose window is still open, and the next slot after now.
 
     A slot's window runs until the next slot; the last slot's until the EOD is due. Missed slots
@@ -132,7 +132,7 @@ def _latest_slot(session: Session, now: datetime, config) -> Tuple[Optional[date
 
 
 def _poll_action(session: Session, now: datetime, facts: RunFacts, config, notes: List[str]):
-    slot, upcoming = _latest_slot(session, now, config)
+    slot, upcoming = current_slot(session, now, config)
     if slot is None:
         return None, upcoming
     record = facts.polls.get((session.key, utc_iso(slot)))
