@@ -176,8 +176,8 @@ def _excerpt(value: Any) -> str:
 # MalformedResponseError naming that path. None (absent or JSON null) is always allowed.
 
 
-class _ShapeError(Exception):
-    """A field of the wrong type; becomes a MalformedResponseError once the page is known."""
+class _ShapeError(MalformedResponseError):
+    """A field of the wrong type, named by its path; the fetch adds the page it came from."""
 
 
 def _object(value: Any, path: str) -> Dict[str, Any]:
@@ -243,7 +243,7 @@ def _results(envelope: Any, what: str) -> List[Any]:
 
 
 def parse_snapshot(result: Any, path: str = "result") -> OptionSnapshot:
-    """One chain result as an OptionSnapshot; _ShapeError names the offending field."""
+    """One chain result as an OptionSnapshot; MalformedResponseError names the offending field."""
     result = _object(_required(result, path), path)
     details = _object(_required(result.get("details"), path + ".details"), path + ".details")
     ticker = _text(_required(details.get("ticker"), path + ".details.ticker"), path + ".details.ticker")
@@ -572,7 +572,9 @@ class MarketDataClient:
                 elif status >= 500:
                     error_class = ServerError
                     reason = "failed with HTTP %d (%s)" % (status, text)
-                    delay = self._backoff(attempt)
+                    delay = self._retry_after(response)  # a 503 may say when to come back
+                    if delay is None:
+                        delay = self._backoff(attempt)
                 else:
                     raise MarketDataError(self._mask(
                         "The market data API refused %s with HTTP %d: %s" % (where, status, text)))
