@@ -19,7 +19,7 @@ def make_server(db_path: str, host: str = "127.0.0.1", port: int = 5000, config=
 def serve(db_path: str, host: str = "127.0.0.1", port: int = 5000, config=None) -> None:
     """Run the dashboard on host:port until interrupted. 0.0.0.0 exposes it to the network."""
     server = make_server(db_path, host=host, port=port, config=config)
-    log.info("dashboard on http://%s:%d/ reading %s", host, server.effective_port, db_path)
+    log.info("dashboard on http://%s:%s/ reading %s", host, server.effective_port, db_path)
     try:
         server.run()
     except KeyboardInterrupt:
