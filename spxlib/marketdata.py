@@ -260,7 +260,8 @@ def parse_snapshot(result: Any, path: str = "result") -> OptionSnapshot:
             raise ValueError
         expiration = date.fromisoformat(expiration_text)
     except ValueError:
-        raise _ShapeError("%s: expected a date YYYY-MM-DD, got %s" % (expiration_path, _excerpt(expiration_text))) from None
+        raise _ShapeError("%s: expected a date YYYY-MM-DD, got %s"
+                          % (expiration_path, _excerpt(expiration_text))) from None
     contract_type = _text(details.get("contract_type"), path + ".details.contract_type") or ticker_type
 
     day = _object(result.get("day"), path + ".day")
@@ -335,10 +336,10 @@ class _BearerAuth(requests.auth.AuthBase):
     """Sets the Authorization header at send time (and keeps requests from reading ~/.netrc)."""
 
     def __init__(self, key: str):
-        self._key = key
+        self.key = key
 
     def __call__(self, request):
-        request.headers["Authorization"] = "Bearer " + self._key
+        request.headers["Authorization"] = "Bearer " + self.key
         return request
 
     def __repr__(self) -> str:
@@ -380,8 +381,7 @@ class MarketDataClient:
             )
         if not 1 <= int(page_limit) <= CHAIN_PAGE_LIMIT:
             raise ValueError("page_limit must be from 1 to %d, got %r" % (CHAIN_PAGE_LIMIT, page_limit))
-        self._key = key
-        self._auth = _BearerAuth(key)
+        self._auth = _BearerAuth(key)  # the only place the key is kept
         self.base_url = str(config.api_base_url).rstrip("/")
         self.timeout = float(config.api_timeout_seconds)
         self.max_attempts = max(1, int(config.max_poll_retries))
@@ -465,8 +465,9 @@ class MarketDataClient:
     def _mask(self, text: Any) -> str:
         """The text with the key, any apiKey= value and any Bearer token replaced by ***."""
         text = str(text)
-        if self._key:
-            text = text.replace(self._key, MASK)
+        key = self._auth.key
+        if len(key) >= 4:  # masking a one-letter key would garble every message
+            text = text.replace(key, MASK)
         text = re.sub(r"(?i)(apiKey=)[^&\s'\"]*", r"\1" + MASK, text)
         return re.sub(r"(?i)(Bearer\s+)[^\s'\",]+", r"\1" + MASK, text)
 
