@@ -17,6 +17,7 @@ def market():
 
 @pytest.fixture
 def fake_api_key():
+    """The key the fake_api server accepts."""
     return FAKE_API_KEY
 
 

@@ -31,8 +31,8 @@ import hashlib
 import math
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from spxlib.calendar import Session, TradingCalendar
@@ -179,6 +179,7 @@ class Contract:
 
     @property
     def is_put(self) -> bool:
+        """A put (else a call)."""
         return self.contract_type == "put"
 
     @property
@@ -317,6 +318,7 @@ class SimulatedMarket:
         self._range_cache: Dict[Tuple[date, datetime], Tuple[float, float]] = {}
         self._spot_cache: Dict[datetime, float] = {}
         self._previous_cache: Dict[date, Session] = {}
+        self._session_cache: Dict[date, Optional[Session]] = {}
         self._snapshot_cache: "OrderedDict[tuple, Dict[str, dict]]" = OrderedDict()
         self._event_price_cache: Dict[PlantedEvent, float] = {}
         self.plant(*events)
@@ -328,6 +330,7 @@ class SimulatedMarket:
         return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big") / 2.0 ** 64
 
     def _signed(self, *parts) -> float:
+        """A uniform number in [-1, 1) from (seed, parts)."""
         return 2.0 * self._unit(*parts) - 1.0
 
     # --- Strikes and expirations ---------------------------------------------------------------------
@@ -490,6 +493,7 @@ class SimulatedMarket:
         return self._make_contract(root, expiration, contract_type, strike)
 
     def is_listed(self, ticker: Union[str, Contract], day: date) -> bool:
+        """The contract is in the chain on this date."""
         contract = self.contract(ticker)
         return contract.listed_from <= day <= contract.expiration
 
@@ -562,7 +566,7 @@ class SimulatedMarket:
             cached = self._volume_cache.get(key)
         if cached is not None:
             return cached
-        session = self.calendar.session(day)
+        session = self.session(day)
         if (
             session is None
             or contract.base_volume == 0
@@ -592,6 +596,7 @@ class SimulatedMarket:
         return datetime.combine(trade_date, _parse_time(at), tzinfo=self.tz)
 
     def session_fraction(self, session: Session, at: datetime) -> float:
+        """How much of the session has passed at ``at``, from 0 at the open to 1 at the close."""
         if at <= session.open:
             return 0.0
         if at >= session.close:
@@ -601,7 +606,7 @@ class SimulatedMarket:
     def normal_cumulative_volume(self, ticker, trade_date, at) -> int:
         """Cumulative volume of the session without planted events, as of ``at``."""
         day = _parse_date(trade_date)
-        session = self.calendar.session(day)
+        session = self.session(day)
         if session is None:
             return 0
         total = self.normal_daily_volume(ticker, day)
@@ -627,7 +632,7 @@ class SimulatedMarket:
     def final_volume(self, ticker: Union[str, Contract], trade_date: Union[date, str]) -> int:
         """Ground truth: the session's total volume, planted events included (0 when closed)."""
         day = _parse_date(trade_date)
-        session = self.calendar.session(day)
+        session = self.session(day)
         if session is None:
             return 0
         return self.cumulative_volume(ticker, day, session.close)
@@ -661,6 +666,14 @@ class SimulatedMarket:
             self._close_cache[trade_date] = level
         return level
 
+    def session(self, day: date) -> Optional[Session]:
+        """The calendar's session on this date (None when closed), cached."""
+        try:
+            return self._session_cache[day]
+        except KeyError:
+            found = self._session_cache[day] = self.calendar.session(day)
+            return found
+
     def _previous_session(self, day: date) -> Session:
         with self._lock:
             cached = self._previous_cache.get(day)
@@ -669,6 +682,9 @@ class SimulatedMarket:
             with self._lock:
                 self._previous_cache[day] = cached
         return cached
+
+    def _close_before(self, day: date) -> float:
+        return self.close_level(self._previous_session(day).trade_date)
 
     def open_level(self, trade_date: date) -> float:
         """The index at a session's open: the previous close plus a small gap."""
@@ -680,9 +696,9 @@ class SimulatedMarket:
         if at.tzinfo is None:
             raise ValueError("naive datetime %r: pass an aware datetime" % (at,))
         day = at.astimezone(self.tz).date()
-        session = self.calendar.session(day)
+        session = self.session(day)
         if session is None or at < session.open:
-            return self.close_level(self.calendar.previous_session(day).trade_date)
+            return self._close_before(day)
         if at >= session.close:
             return self.close_level(day)
         x = self.session_fraction(session, at)
@@ -710,10 +726,11 @@ class SimulatedMarket:
     # --- Prices ------------------------------------------------------------------------------------
     def expiry_moment(self, contract: Contract) -> datetime:
         """AM-settled SPX settles at the open of its expiration day; SPXW at that session's close."""
-        session = self.calendar.session(contract.expiration)
+        session = self.session(contract.expiration)
         return session.open if contract.root == "SPX" else session.close
 
     def years_to_expiry(self, contract: Contract, at: datetime) -> float:
+        """Time left until settlement, in years (never below a minute)."""
         seconds = (self.expiry_moment(contract) - at).total_seconds()
         return max(seconds / (365.0 * 86400.0), MIN_TIME_TO_EXPIRY_YEARS)
 
@@ -829,6 +846,7 @@ class SimulatedMarket:
         current date (the next session's date when the market is closed today)."""
         if now.tzinfo is None:
             raise ValueError("naive datetime %r: pass an aware datetime" % (now,))
+        now = now.astimezone(self.tz)  # the same instant gives the same bytes whatever zone it came in
         seen = now - timedelta(minutes=delay_minutes)
         day = now.astimezone(self.tz).date()
         session = self.calendar.session(day)
