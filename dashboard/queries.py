@@ -61,7 +61,7 @@ _CONTRACT_COLUMNS = """
     s.underlying_price,
     CASE WHEN s.underlying_price > 0 THEN ROUND(s.strike / s.underlying_price, 4) END AS moneyness,
     CAST(julianday(s.expiration_date) - julianday(:day) AS INTEGER) AS dte,
-    s.implied_volatility, s.delta, s.open_interest, s.data_timeframe, s.data_updated_at
+    s.implied_volatility, s.delta, s.open_interest
 """.format(change=_CHANGE, price=_PRICE)
 
 
@@ -153,8 +153,12 @@ def _latest(conn: sqlite3.Connection, day: str, tz: ZoneInfo, expiration: Option
 
 def enriched(conn: sqlite3.Connection, day: str, tz: ZoneInfo,
              expiration: Optional[str] = None) -> List[Dict[str, Any]]:
-    """Every watched contract's latest snapshot of the day with its baseline and derived figures."""
-    return _latest(conn, day, tz, expiration, "expiration_date, strike, ticker")
+    """Every watched contract's latest snapshot of the day with its baseline and derived figures.
+
+    Ordered by ticker, which for OCC tickers is root, expiration, then strike, and is the order of
+    the (captured_at, ticker) index: no sort step for the day's full chain.
+    """
+    return _latest(conn, day, tz, expiration, "ticker")
 
 
 def movers(conn: sqlite3.Connection, day: str, tz: ZoneInfo, expiration: Optional[str],

@@ -52,8 +52,7 @@ def test_enriched_defaults_to_the_latest_session_with_every_watched_contract(cli
         "captured_at": seed.LAST_POLL_TODAY, "volume": 4810, "baseline_volume": 600,
         "baseline_source": "aligned", "volume_change": 4210, "ratio": 8.0167, "price": 6.0,
         "premium": 2886000.0, "underlying_price": 6850.0, "moneyness": 0.8759, "dte": 15,
-        "implied_volatility": 0.25, "delta": -0.1, "open_interest": 1060, "data_timeframe": "DELAYED",
-        "data_updated_at": seed.LAST_POLL_TODAY, "flags": ["delta", "multiplier"],
+        "implied_volatility": 0.25, "delta": -0.1, "open_interest": 1060, "flags": ["delta", "multiplier"],
     }
 
 
@@ -80,10 +79,12 @@ def test_enriched_ratio_is_null_without_a_baseline_and_change_counts_all_volume(
     assert row["flags"] == ["dormancy"]
 
 
-def test_enriched_filters_by_expiration_and_sorts_by_strike(client):
+def test_enriched_filters_by_expiration_in_ticker_order(client):
     body = client.get("/api/enriched?expiration=%s" % seed.JAN).get_json()
     assert body["expiration"] == seed.JAN and body["count"] == 17
-    strikes = [row["strike"] for row in body["contracts"]]
+    tickers = [row["ticker"] for row in body["contracts"]]
+    assert tickers == sorted(tickers)  # OCC tickers: root, expiration, then strike
+    strikes = [row["strike"] for row in body["contracts"] if row["ticker"] != seed.HOSTILE_TICKER]
     assert strikes == sorted(strikes)
     assert {row["expiration_date"] for row in body["contracts"]} == {seed.JAN}
     assert {row["dte"] for row in body["contracts"]} == {43}

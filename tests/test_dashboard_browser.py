@@ -22,7 +22,7 @@ if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
     pytest.skip("needs Debian's chromium and chromium-driver (%s, %s)" % (CHROMIUM, CHROMEDRIVER),
                 allow_module_level=True)
 
-webdriver = pytest.importorskip("selenium.webdriver")
+from selenium import webdriver  # noqa: E402  (a dev dependency: missing it is an error, not a skip)
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
@@ -31,19 +31,32 @@ from dashboard.serve import make_server  # noqa: E402
 from spxlib.config import load_config  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def server_url(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("dashboard-browser")
-    db_path = str(folder / "spx.db")
-    seed.seed(db_path)
+def start_server(db_path, now):
     config = load_config({}, DB_PATH=db_path, LOG_TO_FILE=False)
-    server = make_server(db_path, host="127.0.0.1", port=0, config=config, now=lambda: FRESH_NOW)
+    server = make_server(db_path, host="127.0.0.1", port=0, config=config, now=lambda: now)
     thread = threading.Thread(target=server.run, name="dashboard-waitress", daemon=True)
     thread.start()
-    yield "http://127.0.0.1:%s" % server.effective_port
-    server.task_dispatcher.shutdown()
-    server.close()
+    return server, thread
+
+
+def stop_server(server, thread):
+    """Close every socket from waitress's own loop thread, so run() returns at once."""
+    def close_all():
+        for channel in list(server._map.values()):
+            channel.close()
+
+    server.trigger.pull_trigger(close_all)
     thread.join(timeout=5)
+    server.task_dispatcher.shutdown()
+
+
+@pytest.fixture(scope="module")
+def server_url(tmp_path_factory):
+    db_path = str(tmp_path_factory.mktemp("dashboard-browser") / "spx.db")
+    seed.seed(db_path)
+    server, thread = start_server(db_path, FRESH_NOW)
+    yield "http://127.0.0.1:%s" % server.effective_port
+    stop_server(server, thread)
 
 
 @pytest.fixture(scope="module")
@@ -163,6 +176,24 @@ def test_dashboard_page_end_to_end(server_url, driver):
     assert driver.save_screenshot(str(OUTPUT / "dashboard.png"))
 
 
+def test_stale_data_shows_a_clear_warning(tmp_path, driver):
+    """At 14:00 ET with the last poll at 11:15 ET the status bar turns and a banner says why."""
+    db_path = str(tmp_path / "spx.db")
+    seed.seed(db_path)
+    server, thread = start_server(db_path, datetime(2025, 12, 4, 19, 0, tzinfo=timezone.utc))
+    try:
+        driver.get("http://127.0.0.1:%s/" % server.effective_port)
+        wait_for_refresh(driver, None)
+        banner = driver.find_element(By.ID, "stale")
+        assert banner.is_displayed()
+        assert "stale" in banner.text and "no successful poll" in banner.text
+        assert "level-warning" in driver.find_element(By.ID, "status-state").get_attribute("class")
+        assert driver.find_element(By.ID, "status-age").text == "2.8 h"
+        assert len(mover_tickers(driver)) == 20  # the data is still shown
+    finally:
+        stop_server(server, thread)
+
+
 def test_empty_database_explains_what_to_do(tmp_path, driver):
     """A database with the schema and no rows: the page says how to get data, without errors."""
     from spxlib import models
@@ -170,12 +201,9 @@ def test_empty_database_explains_what_to_do(tmp_path, driver):
     db_path = str(tmp_path / "empty.db")
     models.open_database(db_path)
     models.close_database()
-    config = load_config({}, DB_PATH=db_path, LOG_TO_FILE=False)
-    # 11:00 ET on a Thursday with no poll ever: health says so with a 503, which the console logs,
-    # so this test checks the page's words and not the console.
-    server = make_server(db_path, host="127.0.0.1", port=0, config=config, now=lambda: FRESH_NOW)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
+    # During a session with no poll ever, health answers 503 (which the console logs), so this
+    # test checks the page's words and not the console.
+    server, thread = start_server(db_path, FRESH_NOW)
     try:
         driver.get("http://127.0.0.1:%s/" % server.effective_port)
         wait_for_refresh(driver, None)
@@ -185,6 +213,22 @@ def test_empty_database_explains_what_to_do(tmp_path, driver):
         assert "No data yet" in driver.find_element(By.ID, "movers-empty").text
         assert "No session totals yet" in driver.find_element(By.ID, "chart-sessions").text
     finally:
-        server.task_dispatcher.shutdown()
-        server.close()
-        thread.join(timeout=5)
+        stop_server(server, thread)
+
+
+def test_missing_database_explains_what_to_do(tmp_path, driver):
+    server, thread = start_server(str(tmp_path / "never-created.db"), FRESH_NOW)
+    try:
+        driver.get("http://127.0.0.1:%s/" % server.effective_port)
+        wait_for_refresh(driver, None)
+        problem = driver.find_element(By.ID, "problem")
+        assert "does not exist" in problem.text and "bin/tick" in problem.text
+        # Said once, at the top, not again in every panel.
+        assert not driver.find_element(By.ID, "message").is_displayed()
+        assert not driver.find_element(By.ID, "stale").is_displayed()
+        assert "see the message at the top" in driver.find_element(By.ID, "movers-empty").text
+        assert mover_tickers(driver) == []
+        OUTPUT.mkdir(exist_ok=True)
+        driver.save_screenshot(str(OUTPUT / "dashboard-missing-database.png"))
+    finally:
+        stop_server(server, thread)

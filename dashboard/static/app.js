@@ -124,6 +124,11 @@
     return (result.data && result.data.error) || ("HTTP " + result.status);
   }
 
+  // A panel's words for a failed request: a database problem is explained once, at the top.
+  function panelError(result) {
+    return result.status === 503 ? "Nothing to show: see the message at the top." : errorOf(result);
+  }
+
   // --- Plotly -------------------------------------------------------------------------------
 
   var PLOT_CONFIG = { displaylogo: false, responsive: true, modeBarButtonsToRemove: ["select2d", "lasso2d"] };
@@ -166,7 +171,7 @@
 
   // --- status bar ---------------------------------------------------------------------------
 
-  function renderHealth(result) {
+  function renderHealth(result, dataProblemShown) {
     var report = result.data || {};
     state.health = report;
     state.healthFetchedAt = Date.now();
@@ -183,7 +188,7 @@
 
     var problems = (report.problems || []).slice();
     if (!result.ok && !problems.length) { problems.push(errorOf(result)); }
-    if (problems.length) {
+    if (problems.length && !dataProblemShown) {
       var prefix = level === "critical" ? "Data is stale or unreadable: " : "Data may be stale: ";
       showText($("stale"), prefix + problems.join("; ") + ". Check the cron job and bin/status.");
     } else {
@@ -321,7 +326,7 @@
       tbody.appendChild(tr);
     });
     var empty = "";
-    if (!result.ok) { empty = errorOf(result); }
+    if (!result.ok) { empty = panelError(result); }
     else if (!alerts.length) { empty = state.shownDate ? "No alerts on " + state.shownDate + "." : "No alerts yet."; }
     showText($("alerts-empty"), empty);
   }
@@ -348,24 +353,34 @@
     return getJSON(url).then(function (result) {
       var title = "Volume by strike · " + expiration + (state.expiration ? "" : " (busiest expiration)");
       $("strikes-title").textContent = title;
-      if (!result.ok) { chartMessage(node, errorOf(result)); return; }
+      if (!result.ok) { chartMessage(node, panelError(result)); return; }
       var contracts = result.data.contracts || [];
       if (!contracts.length) { chartMessage(node, "No contracts of " + expiration + " on " + state.shownDate + "."); return; }
-      var strikes = contracts.map(function (c) { return c.strike; });
-      var colors = contracts.map(function (c) {
-        var main = FLAG_ORDER.filter(function (flag) { return (c.flags || []).indexOf(flag) >= 0; })[0];
+      // One bar per strike: SPX and SPXW can share an expiration date and a strike.
+      var byStrike = {};
+      contracts.forEach(function (c) {
+        var bar = byStrike[c.strike] || (byStrike[c.strike] = { strike: c.strike, volume: 0, baseline: 0, flags: [] });
+        bar.volume += c.volume || 0;
+        bar.baseline += c.baseline_volume || 0;
+        bar.flags = bar.flags.concat(c.flags || []);
+      });
+      var bars = Object.keys(byStrike).map(function (key) { return byStrike[key]; })
+        .sort(function (a, b) { return a.strike - b.strike; });
+      var strikes = bars.map(function (bar) { return bar.strike; });
+      var colors = bars.map(function (bar) {
+        var main = FLAG_ORDER.filter(function (flag) { return bar.flags.indexOf(flag) >= 0; })[0];
         return main ? FLAG_COLORS[main] : "#58a6ff";
       });
       plot(node, [
         {
           type: "bar", name: "Baseline (previous session)", x: strikes,
-          y: contracts.map(function (c) { return c.baseline_volume; }),
+          y: bars.map(function (bar) { return bar.baseline; }),
           marker: { color: "#6e7681" },
           hovertemplate: "Strike %{x}<br>Baseline %{y:,}<extra></extra>"
         },
         {
           type: "bar", name: "Today", x: strikes,
-          y: contracts.map(function (c) { return c.volume; }),
+          y: bars.map(function (bar) { return bar.volume; }),
           marker: { color: colors },
           hovertemplate: "Strike %{x}<br>Volume %{y:,}<extra></extra>"
         }
@@ -441,7 +456,7 @@
 
   function drawSessions(result) {
     var node = $("chart-sessions");
-    if (!result.ok) { chartMessage(node, errorOf(result)); return; }
+    if (!result.ok) { chartMessage(node, panelError(result)); return; }
     var sessions = result.data.sessions || [];
     if (!sessions.length) { chartMessage(node, result.data.message || "No session totals yet."); return; }
     var days = sessions.map(function (s) { return s.trade_date; });
@@ -494,18 +509,19 @@
       getJSON("/api/summary" + query({ date: state.date, days: SUMMARY_SESSIONS }))
     ];
     return Promise.all(requests).then(function (results) {
-      renderHealth(results[0]);
       var expirations = results[1], movers = results[2];
       var problem = !movers.ok ? errorOf(movers) : (!expirations.ok ? errorOf(expirations) : "");
+      var serverProblem = $("problem");  // the page's own explanation, written when it was served
+      if (serverProblem && !problem) { serverProblem.remove(); serverProblem = null; }
+      renderHealth(results[0], Boolean(problem || serverProblem));
       var data = movers.ok ? movers.data : {};
       state.shownDate = data.date || null;
       if (state.shownDate) { $("date").value = state.shownDate; }
       renderExpirations(expirations.ok ? expirations.data.expirations || [] : []);
       state.movers = movers.ok ? data.movers || [] : [];
       renderMovers();
-      var empty = problem || data.message || "";
-      showText($("movers-empty"), empty);
-      showText($("message"), problem ? problem : (data.date ? "" : data.message || ""));
+      showText($("movers-empty"), !movers.ok ? panelError(movers) : (data.message || ""));
+      showText($("message"), serverProblem ? "" : (problem || (data.date ? "" : data.message || "")));
       $("message").className = "banner " + (problem ? "banner-error" : "banner-info");
       $("movers-subtitle").textContent = state.shownDate
         ? state.shownDate + " · volume change against the previous session" : "no session yet";
