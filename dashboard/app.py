@@ -17,6 +17,7 @@ from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from flask import Flask, Response, g, render_template, request, send_file
+from peewee import DatabaseError as PeeweeDatabaseError
 from werkzeug.exceptions import HTTPException
 
 from spxlib import models
@@ -216,7 +217,8 @@ def create_app(db_path: str, config=None, now: Optional[Callable[[], datetime]] 
         rows = queries.summary(conn(), last_day, sessions)
         body = {"date": last_day, "days": sessions, "sessions": rows}
         if not rows:
-            body["message"] = "No session totals yet: they are written by the end-of-day run (bin/tick after the close)."
+            body["message"] = ("No session totals yet: the end-of-day run writes them "
+                               "(bin/tick after the close).")
         return body
 
     @app.get("/api/health")
@@ -267,8 +269,7 @@ def open_readonly(db_path: str) -> sqlite3.Connection:
             "No data yet: database file %s does not exist. Run bin/tick (or bin/demo) first." % db_path)
     uri = "file:%s?mode=ro" % quote(db_path)
     try:
-        conn = sqlite3.connect(uri, uri=True, timeout=models.BUSY_TIMEOUT_MS / 1000.0,
-                               check_same_thread=False)
+        conn = sqlite3.connect(uri, uri=True, timeout=models.BUSY_TIMEOUT_MS / 1000.0)
     except sqlite3.Error as exc:
         raise models.StorageError(models.describe_storage_error(db_path, exc)) from None
     try:
@@ -306,6 +307,9 @@ def health_report(db_path: str, config, now: datetime) -> dict:
                 models.close_database()
         except models.StorageError as exc:
             return _unreadable_report(now, str(exc))
+        except (PeeweeDatabaseError, sqlite3.DatabaseError) as exc:
+            # Locked past the busy timeout, or a corrupt page met while reading run_log.
+            return _unreadable_report(now, models.describe_storage_error(db_path, exc))
 
 
 def _unreadable_report(now: datetime, problem: str) -> dict:

@@ -1,9 +1,10 @@
 """Read-only queries behind the dashboard's API.
 
 Each function takes an open sqlite3 connection and returns plain dicts ready for JSON. Queries are
-set-based and follow the schema's indexes: a day's rows are found through
-(trade_date, ticker, captured_at), a contract's history through daily_history's (ticker, trade_date),
-so the cost of a request grows with one day's watched chain, not with the months kept in the file.
+set-based and follow the schema's indexes: a day's last poll is found through (captured_at, ticker),
+the day's other polls through (trade_date, ticker, captured_at), a contract's history through
+daily_history's (ticker, trade_date); so the cost of a request grows with one day's watched chain,
+not with the months kept in the file.
 """
 import sqlite3
 from datetime import date, datetime, time, timedelta
@@ -17,7 +18,8 @@ from spxlib.models import parse_utc, utc_iso
 # straight from the unique (captured_at, ticker) index; only when some contracts of the day are
 # missing from it does a GROUP BY over the covering (trade_date, ticker, captured_at) index find
 # their latest rows. The inner query sorts and limits on rowids, so derived figures are computed for
-# the rows returned only. `<>` rather than `<` stays right even for a capture later than :last.
+# the rows returned only. `<>` rather than `<` stays right even for a capture later than :last;
+# the unary `+` on trade_date keeps the planner on the captured_at index (10k rows, not the day's 130k).
 _AT_LAST = """
     SELECT s.rowid AS id, s.ticker AS ticker, s.volume AS volume, {change} AS volume_change,
            s.expiration_date AS expiration_date, s.strike AS strike
@@ -62,7 +64,7 @@ _CONTRACT_COLUMNS = """
     CASE WHEN s.underlying_price > 0 THEN ROUND(s.strike / s.underlying_price, 4) END AS moneyness,
     CAST(julianday(s.expiration_date) - julianday(:day) AS INTEGER) AS dte,
     s.implied_volatility, s.delta, s.open_interest
-""".format(change=_CHANGE, price=_PRICE)
+""".format(price=_PRICE)
 
 
 def _rows(cursor: sqlite3.Cursor) -> List[Dict[str, Any]]:
