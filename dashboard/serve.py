@@ -16,9 +16,12 @@ def make_server(db_path: str, host: str = "127.0.0.1", port: int = 5000, config=
     return create_server(app, host=host, port=port, threads=4, ident="spx-put-watch")
 
 
-def serve(db_path: str, host: str = "127.0.0.1", port: int = 5000, config=None) -> None:
-    """Run the dashboard on host:port until interrupted. 0.0.0.0 exposes it to the network."""
-    server = make_server(db_path, host=host, port=port, config=config)
+def serve(db_path: str, host: str = "127.0.0.1", port: int = 5000, config=None, now=None) -> None:
+    """Run the dashboard on host:port until interrupted. 0.0.0.0 exposes it to the network.
+
+    now: as in create_app; the demo passes its simulated clock so freshness reads as it would have.
+    """
+    server = make_server(db_path, host=host, port=port, config=config, now=now)
     log.info("dashboard on http://%s:%s/ reading %s", host, server.effective_port, db_path)
     try:
         server.run()

@@ -165,14 +165,15 @@ def demo(sessions, db_path, serve_after, port):
     """Walk the real tick pipeline through simulated sessions against the simulated market, then serve the dashboard."""
     from spxlib.demo import run_demo
 
-    summary = run_demo(db_path, sessions=sessions, echo=click.echo)
+    summary, ended_at = run_demo(db_path, sessions=sessions, echo=click.echo)
     click.echo(summary)
     if serve_after:
         config = load_settings(console=True, DB_PATH=db_path, LOG_TO_FILE=False)
         from dashboard.serve import serve as serve_dashboard
 
-        click.echo("Dashboard on http://127.0.0.1:%d/ (demo database %s); Ctrl-C stops it." % (port, db_path))
-        serve_dashboard(db_path, host="127.0.0.1", port=port, config=config)
+        click.echo("Dashboard on http://127.0.0.1:%d/ (demo database %s, clock held at the simulation's end, %s); "
+                   "Ctrl-C stops it." % (port, db_path, ended_at.strftime("%Y-%m-%d %H:%M ET")))
+        serve_dashboard(db_path, host="127.0.0.1", port=port, config=config, now=lambda: ended_at)
 
 
 def simulate():

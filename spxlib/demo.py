@@ -6,7 +6,7 @@ moved to the same `now` first, so the client, poll, detection and EOD run unchan
 import logging
 import os
 from datetime import date, datetime, timedelta
-from typing import Callable, List, Optional
+from typing import Callable, List, Tuple
 
 from . import models
 from .calendar import TradingCalendar
@@ -41,8 +41,10 @@ def demo_moments(first: date, last: date, calendar: TradingCalendar, config) -> 
 
 
 def run_demo(db_path: str, sessions: int = 15, echo: Callable[[str], None] = print,
-             last_session: date = DEMO_LAST_SESSION, quiet: bool = True) -> str:
-    """Walk `sessions` sessions ending at `last_session` into a fresh demo database; return a summary."""
+             last_session: date = DEMO_LAST_SESSION, quiet: bool = True) -> Tuple[str, datetime]:
+    """Walk `sessions` sessions ending at `last_session` into a fresh demo database.
+
+    Returns a printable summary and the simulated time the walk ended at."""
     from .simulator.market import SimulatedMarket, demo_events
     from .simulator.server import FakeApiServer
 
@@ -84,7 +86,7 @@ def run_demo(db_path: str, sessions: int = 15, echo: Callable[[str], None] = pri
                                                      action.trade_date, outcome.status, outcome.detail))
         finally:
             spx_logger.setLevel(level)
-    return summarize(db_path, failures)
+    return summarize(db_path, failures), moments[-1]
 
 
 def summarize(db_path: str, failures: int = 0) -> str:
