@@ -195,3 +195,20 @@ def test_first_day_has_no_baseline_and_no_flags(tmp_path, fake_api, market):
     tick_at(et("2025-12-04 11:16"), config, fake_api)
     assert rows(config, "SELECT DISTINCT baseline_source FROM intraday_snapshots") == [("none",)]
     assert rows(config, "SELECT COUNT(*) FROM alerts")[0][0] == 0
+
+
+def test_poll_command_refuses_outside_a_slot_unless_forced(tmp_path, fake_api, monkeypatch):
+    from click.testing import CliRunner
+    from spxcli import commands
+    for name, value in {"SPX_DB_PATH": str(tmp_path / "spx.db"), "SPX_API_BASE_URL": fake_api.base_url,
+                        "SPX_LOG_TO_FILE": "false", "MASSIVE_API_KEY": "test-key"}.items():
+        monkeypatch.setenv(name, value)
+    fake_api.set_now(et("2025-12-06 12:00"))
+    refused = CliRunner().invoke(commands.poll, ["--now", "2025-12-06T12:00:00-05:00"], catch_exceptions=False)
+    assert refused.exit_code == 2 and "--force" in refused.output
+    forced = CliRunner().invoke(commands.poll, ["--now", "2025-12-06T12:00:00-05:00", "--force"],
+                                catch_exceptions=False)
+    assert forced.exit_code == 0 and "Poll: ok" in forced.output
+    with sqlite3.connect(str(tmp_path / "spx.db")) as conn:
+        # a Saturday poll shows Friday's final bars and is filed under Friday's session
+        assert conn.execute("SELECT DISTINCT trade_date FROM intraday_snapshots").fetchall() == [("2025-12-05",)]
