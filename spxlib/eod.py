@@ -38,6 +38,7 @@ class FinalBar:
     close: Optional[float]
     vwap: Optional[float]
     source: str
+    watched: bool = True  # False for contracts kept only as tomorrow's baseline (see in_baseline_band)
 
 
 def snapshot_still_holds(session: Session, now: datetime, calendar: TradingCalendar) -> bool:
@@ -69,16 +70,17 @@ def _contracts_watched_before(session: Session, calendar: TradingCalendar):
 
 
 def bars_from_snapshot(session: Session, config, client) -> List[FinalBar]:
-    """One chain snapshot: every watched contract of the session, and every contract it polled."""
-    from .poll import chain_filter_for, is_watched
+    """One chain snapshot: every contract the session polled or watched, and those near the band."""
+    from .poll import chain_filter_for, in_baseline_band, is_watched
 
     seen = _contracts_seen(session.trade_date)
     chain = client.fetch_chain("I:SPX", chain_filter_for(session.trade_date, config, None))
     bars = []
     for s in chain.snapshots:
-        if s.ticker in seen or is_watched(s, session.trade_date, config):
+        watched = s.ticker in seen or is_watched(s, session.trade_date, config)
+        if watched or in_baseline_band(s, session.trade_date, config):
             bars.append(FinalBar(s.ticker, s.root, s.expiration_date.isoformat(), s.strike, int(s.volume or 0),
-                                 s.open_interest, s.close, s.vwap, "snapshot"))
+                                 s.open_interest, s.close, s.vwap, "snapshot", watched))
     return bars
 
 
@@ -87,10 +89,17 @@ def bars_from_aggregates(session: Session, calendar: TradingCalendar, config, cl
     from .marketdata import NotFoundError
 
     contracts = _contracts_seen(session.trade_date)
+    watched = set(contracts)
     if not contracts:
         contracts = _contracts_watched_before(session, calendar)
+        watched = set(contracts)
         log.info("[EOD] %s was never polled: asking for the %d contracts watched the session before",
                  session.key, len(contracts))
+    # A reprocessed session keeps every contract its earlier EOD kept (those near the band too).
+    for row in models.db.connection().execute(
+            "SELECT ticker, root, expiration_date, strike, open_interest FROM daily_history WHERE trade_date = ?",
+            (session.key,)):
+        contracts.setdefault(row[0], tuple(row[1:]))
     tickers = sorted(contracts)
     if len(tickers) > config.aggregates_max_requests:
         raise RuntimeError("%d contracts need daily bars, more than AGGREGATES_MAX_REQUESTS=%d"
@@ -106,7 +115,8 @@ def bars_from_aggregates(session: Session, calendar: TradingCalendar, config, cl
         bar = next((b for b in daily if b.trade_date == session.trade_date), None)
         # No bar means no trade that day: the final volume is 0.
         bars.append(FinalBar(ticker, root, expiration, strike, bar.volume if bar else 0, open_interest,
-                             bar.close if bar else None, bar.vwap if bar else None, "aggregates"))
+                             bar.close if bar else None, bar.vwap if bar else None, "aggregates",
+                             ticker in watched))
         if index % PROGRESS_EVERY == 0 or index == len(tickers):
             log.info("[EOD] Daily bars: %d/%d contracts", index, len(tickers))
     return bars
@@ -138,6 +148,8 @@ def write_summary(trade_date: date, bars: Sequence[FinalBar]) -> None:
     flagged = {row[0] for row in conn.execute("SELECT DISTINCT ticker FROM alerts WHERE trade_date = ?", (day,))}
     totals = defaultdict(lambda: [0, 0, 0.0, 0])
     for b in bars:
+        if not b.watched:
+            continue
         entry = totals[(b.root, b.expiration_date)]
         entry[0] += 1
         entry[1] += b.volume

@@ -59,17 +59,30 @@ def chain_filter_for(trade_date: date, config, last_spot: Optional[float]):
     )
 
 
-def is_watched(snapshot, trade_date: date, config) -> bool:
-    """Puts of the configured roots, out of the money within the moneyness band, within the DTE window."""
+def _in_band(snapshot, trade_date: date, config, low: float, high: float) -> bool:
     if snapshot.contract_type != "put" or snapshot.root not in config.expiration_roots:
         return False
     days = (snapshot.expiration_date - trade_date).days
     if not config.min_dte <= days <= config.max_dte:
         return False
     spot = snapshot.underlying_price
-    if not spot or snapshot.strike >= spot:
-        return False
-    return config.min_moneyness <= snapshot.strike / spot <= config.max_moneyness
+    return bool(spot) and low <= snapshot.strike / spot <= high
+
+
+def is_watched(snapshot, trade_date: date, config) -> bool:
+    """Puts of the configured roots, out of the money within the moneyness band, within the DTE window."""
+    return (snapshot.underlying_price is not None and snapshot.strike < snapshot.underlying_price
+            and _in_band(snapshot, trade_date, config, config.min_moneyness, config.max_moneyness))
+
+
+def in_baseline_band(snapshot, trade_date: date, config) -> bool:
+    """Watched, or near enough the band that a move of the index can bring it in by the next session.
+
+    The EOD keeps these contracts' final volumes too, so a put that enters the band after a drop
+    (exactly when hedging surges) has an 'eod' baseline instead of none.
+    """
+    return _in_band(snapshot, trade_date, config, config.min_moneyness * (1 - STRIKE_WINDOW_MARGIN),
+                    config.max_moneyness * (1 + STRIKE_WINDOW_MARGIN))
 
 
 def last_known_spot() -> Optional[float]:

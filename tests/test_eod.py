@@ -43,8 +43,15 @@ def test_eod_after_the_close_takes_final_volumes_from_the_snapshot(tmp_path, fak
         assert source == "snapshot"
         assert volume == market.final_volume(ticker, date(2025, 12, 4))
     assert eods(config) == [("2025-12-04", "ok")]
+    # the summary counts the watched contracts; the history also keeps puts just above the band
+    spot = market.spot(et("2025-12-04 16:15"))
+    moneyness = {r[0]: market.contract(r[0]).strike / spot for r in stored}
+    watched = [r for r in stored if r[0] in seen or 0.50 <= moneyness[r[0]] <= 0.99]
+    near = [r for r in stored if r not in watched]
+    assert near and all(0.99 < moneyness[r[0]] <= 0.99 * 1.03 or 0.50 * 0.97 <= moneyness[r[0]] < 0.50
+                        for r in near)
     summary = rows(config, "SELECT SUM(contracts), SUM(volume) FROM session_summary WHERE trade_date = '2025-12-04'")
-    assert summary == [(len(stored), sum(r[1] for r in stored))]
+    assert summary == [(len(watched), sum(r[1] for r in watched))]
 
 
 def test_eod_after_the_next_open_takes_daily_aggregates_for_the_contracts_seen(tmp_path, fake_api, market):
