@@ -485,7 +485,7 @@ class MarketDataClient:
         return parsed.path + ("?" + "&".join(query) if query else "")
 
     def _paginate(self, path: str, params: Optional[Dict[str, str]], fetch: _Fetch,
-                  parse_page: Callable[[Any, int], int], noun: str, level: int = logging.INFO) -> None:
+                  parse_page: Callable[[Any, int], int], noun: str, level: int = logging.DEBUG) -> None:
         seen = set()
         target = path
         while True:
