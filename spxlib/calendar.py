@@ -1,10 +1,17 @@
 """The SPX option trading calendar: NYSE trading days, half days, and session times in Eastern time."""
+import json
+import os
+import tempfile
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Dict, Iterator, List, Optional, Set
 from zoneinfo import ZoneInfo
 
 DEFAULT_TIMEZONE = "America/New_York"
+# The tick's copy of the NYSE tables, next to its database: importing `holidays` and building a year
+# takes about 0.1 s, half of an idle tick's run every five minutes.
+CALENDAR_CACHE_NAME = "nyse-calendar.json"
+CACHE_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -24,8 +31,10 @@ class Session:
 class TradingCalendar:
     """NYSE trading days from the `holidays` package, with session times from the configuration.
 
-    Holiday tables are built per year on first use and cached, so a tick that only asks about this
-    week builds one or two years.
+    Holiday tables are built per year on first use and kept in memory, so a tick that only asks about
+    this week builds one or two years. With ``cache_path`` the built years are also kept in that file,
+    marked with the installed `holidays` package they came from, so later processes read them
+    instead of importing `holidays` (a new version of the package rebuilds them).
     """
 
     def __init__(
@@ -34,21 +43,27 @@ class TradingCalendar:
         market_close: time = time(16, 15),
         early_close: time = time(13, 15),
         timezone: str = DEFAULT_TIMEZONE,
+        cache_path: Optional[str] = None,
     ):
         self.market_open = market_open
         self.market_close = market_close
         self.early_close = early_close
         self.tz = ZoneInfo(timezone)
+        self.cache_path = cache_path
         self._closed: Dict[int, Set[date]] = {}
         self._half: Dict[int, Set[date]] = {}
+        self._cached: Optional[Dict[str, dict]] = None  # the cache file's years, once read
 
     @classmethod
-    def from_config(cls, config) -> "TradingCalendar":
+    def from_config(cls, config, cache_path: Optional[str] = None) -> "TradingCalendar":
         """The calendar with the configured session times and zone."""
-        return cls(config.market_open, config.market_close, config.early_close, config.timezone)
+        return cls(config.market_open, config.market_close, config.early_close, config.timezone,
+                   cache_path=cache_path)
 
     def _load_year(self, year: int) -> None:
         if year in self._closed:
+            return
+        if self.cache_path and self._from_cache(year):
             return
         import holidays  # imported here: a tick that decides nothing needs no calendar
 
@@ -56,6 +71,48 @@ class TradingCalendar:
         self._half[year] = set(
             holidays.financial_holidays("NYSE", years=[year], categories=("half_day",)).keys()
         )
+        if self.cache_path:
+            self._save_cache(year)
+
+    def _from_cache(self, year: int) -> bool:
+        """Take the year from the cache file when it holds it for the installed `holidays`."""
+        if self._cached is None:
+            self._cached = {}
+            try:
+                with open(self.cache_path, encoding="utf-8") as handle:
+                    data = json.load(handle)
+                if data.get("format") == CACHE_FORMAT and data.get("holidays") == holidays_fingerprint():
+                    self._cached = dict(data["years"])
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                pass  # missing or unreadable: rebuilt and rewritten
+        entry = self._cached.get(str(year))
+        try:
+            closed = {date.fromisoformat(text) for text in entry["closed"]}
+            half = {date.fromisoformat(text) for text in entry["half"]}
+        except (TypeError, KeyError, ValueError):
+            return False
+        self._closed[year], self._half[year] = closed, half
+        return True
+
+    def _save_cache(self, year: int) -> None:
+        """Add the year to the cache file (written whole, then renamed: readers never see half a file)."""
+        years = dict(self._cached or {})
+        years[str(year)] = {"closed": sorted(d.isoformat() for d in self._closed[year]),
+                            "half": sorted(d.isoformat() for d in self._half[year])}
+        self._cached = years
+        data = {"format": CACHE_FORMAT, "holidays": holidays_fingerprint(), "years": years}
+        folder = os.path.dirname(os.path.abspath(self.cache_path))
+        try:
+            handle, temporary = tempfile.mkstemp(prefix=".nyse-calendar-", dir=folder)
+            try:
+                with os.fdopen(handle, "w", encoding="utf-8") as stream:
+                    json.dump(data, stream, sort_keys=True)
+                os.replace(temporary, self.cache_path)
+            except BaseException:
+                os.unlink(temporary)
+                raise
+        except OSError:
+            pass  # a cache we cannot write costs time, never correctness
 
     def holiday_name(self, day: date) -> Optional[str]:
         """The name of the NYSE closure on this weekday, or None."""
@@ -128,3 +185,26 @@ class TradingCalendar:
     def trading_days_between(self, first: date, last: date) -> int:
         """How many sessions lie in (first, last]: days to expiry counted in sessions."""
         return sum(1 for _ in self.iter_sessions(first + timedelta(days=1), last))
+
+
+def holidays_fingerprint() -> Optional[str]:
+    """Which `holidays` is installed, without importing it: its folder and the NYSE module's size and time."""
+    from importlib.util import find_spec
+
+    spec = find_spec("holidays")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = list(spec.submodule_search_locations)[0]
+    parts = [folder]
+    for name in ("__init__.py", os.path.join("financial", "ny_stock_exchange.py")):
+        try:
+            stat = os.stat(os.path.join(folder, name))
+        except OSError:
+            return None
+        parts.append("%s:%d:%d" % (name, stat.st_size, stat.st_mtime_ns))
+    return "|".join(parts)
+
+
+def cache_path_for(db_path: str) -> str:
+    """Where the tick keeps its calendar cache: beside its database."""
+    return os.path.join(os.path.dirname(os.path.abspath(db_path)), CALENDAR_CACHE_NAME)

@@ -11,7 +11,7 @@ from datetime import date, datetime, timedelta
 from typing import Callable, Dict, List, Mapping, Optional
 
 from . import models
-from .calendar import TradingCalendar
+from .calendar import TradingCalendar, cache_path_for
 from .models import Meta, RunLog, utc_iso
 from .scheduler import Action, Decision, RunFacts, decide, facts_from_rows, is_stale, RunRecord
 
@@ -151,7 +151,10 @@ def run_tick(now: datetime, config, calendar: Optional[TradingCalendar] = None, 
              clock: Optional[Callable[[], datetime]] = None) -> TickResult:
     """Decide and do what is due at `now`. Raises models.StorageError for an unusable database."""
     environ = os.environ if environ is None else environ
-    calendar = calendar or TradingCalendar.from_config(config)
+    if calendar is None:
+        # A real tick keeps the NYSE tables beside its database; a dry run writes nothing anywhere.
+        cache = None if dry_run else cache_path_for(config.db_path)
+        calendar = TradingCalendar.from_config(config, cache_path=cache)
     if dry_run:
         return _dry_run(now, calendar, config)
 
