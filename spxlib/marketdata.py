@@ -244,6 +244,111 @@ def _results(envelope: Any, what: str) -> List[Any]:
 
 def parse_snapshot(result: Any, path: str = "result") -> OptionSnapshot:
     """One chain result as an OptionSnapshot; MalformedResponseError names the offending field."""
+    try:
+        return _parse_plain_snapshot(result)
+    except Exception:  # anything unusual: the checked reading accepts it or names the field
+        return _parse_checked_snapshot(result, path)
+
+
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+class _NotPlain(Exception):
+    """A value the fast reading does not take as it is."""
+
+
+def _plain_number(value: Any) -> Optional[float]:
+    kind = type(value)
+    if kind is float:
+        return value
+    if value is None:
+        return None
+    if kind is int:
+        return float(value)
+    raise _NotPlain
+
+
+def _plain_whole(value: Any) -> Optional[int]:
+    if type(value) is int:
+        float(value)  # as _whole does: an int too large for a float fails the same way
+        return value
+    if value is None:
+        return None
+    raise _NotPlain
+
+
+def _plain_text(value: Any) -> Optional[str]:
+    if type(value) is str or value is None:
+        return value
+    raise _NotPlain
+
+
+def _plain_object(value: Any) -> Dict[str, Any]:
+    if type(value) is dict:
+        return value
+    if value is None:
+        return {}
+    raise _NotPlain
+
+
+def _parse_plain_snapshot(result: Any) -> OptionSnapshot:
+    """The common case fast, about a fifth of a full chain poll's time: every field of exactly the
+    documented JSON type. Accepts only what _parse_checked_snapshot accepts, and gives the same
+    snapshot; raises on anything else so that the checked reading runs and names the field."""
+    if type(result) is not dict:
+        raise _NotPlain
+    details = result["details"]
+    ticker = details["ticker"]
+    strike = details["strike_price"]
+    expiration_text = details["expiration_date"]
+    if (type(details) is not dict or type(ticker) is not str or type(expiration_text) is not str
+            or strike is None or not _ISO_DATE.match(expiration_text)):
+        raise _NotPlain
+    root, _, ticker_type, _ = parse_option_ticker(ticker)
+    day = _plain_object(result.get("day"))
+    quote_ = _plain_object(result.get("last_quote"))
+    trade = _plain_object(result.get("last_trade"))
+    greeks = _plain_object(result.get("greeks"))
+    underlying = _plain_object(result.get("underlying_asset"))
+    midpoint = _plain_number(quote_.get("midpoint"))
+    bid = _plain_number(quote_.get("bid"))
+    ask = _plain_number(quote_.get("ask"))
+    if midpoint is None and bid is not None and ask is not None:
+        midpoint = (bid + ask) / 2.0
+    underlying_price = _plain_number(underlying.get("value"))
+    stock_price = _plain_number(underlying.get("price"))
+    if underlying_price is None:
+        underlying_price = stock_price
+    stamp = _plain_whole(underlying.get("last_updated"))
+    updated = None
+    if stamp is not None:
+        seconds, nanos = divmod(stamp, 1_000_000_000)
+        updated = datetime.fromtimestamp(seconds, tz=timezone.utc).replace(microsecond=nanos // 1000)
+    return OptionSnapshot(
+        ticker=ticker,
+        root=root,
+        contract_type=_plain_text(details.get("contract_type")) or ticker_type,
+        expiration_date=date.fromisoformat(expiration_text),
+        strike=_plain_number(strike),
+        volume=_plain_whole(day.get("volume")),
+        open_interest=_plain_whole(result.get("open_interest")),
+        vwap=_plain_number(day.get("vwap")),
+        close=_plain_number(day.get("close")),
+        open=_plain_number(day.get("open")),
+        high=_plain_number(day.get("high")),
+        low=_plain_number(day.get("low")),
+        last_price=_plain_number(trade.get("price")),
+        midpoint=midpoint,
+        implied_volatility=_plain_number(result.get("implied_volatility")),
+        delta=_plain_number(greeks.get("delta")),
+        underlying_price=underlying_price,
+        data_updated_at=updated,
+        timeframe=_plain_text(underlying.get("timeframe")),
+    )
+
+
+def _parse_checked_snapshot(result: Any, path: str) -> OptionSnapshot:
+    """parse_snapshot field by field, naming the path of the first field of the wrong shape."""
     result = _object(_required(result, path), path)
     details = _object(_required(result.get("details"), path + ".details"), path + ".details")
     ticker = _text(_required(details.get("ticker"), path + ".details.ticker"), path + ".details.ticker")
