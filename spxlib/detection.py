@@ -30,6 +30,23 @@ class Evaluation:
     flags: Tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class Thresholds:
+    """The settings evaluate() reads, read once: a poll evaluates every watched contract, and a
+    Config's attributes are slow to read ten thousand times."""
+
+    volume_floor: int
+    premium_floor: float
+    delta_threshold: int
+    multiplier_threshold: float
+    dormancy_threshold: int
+
+    @classmethod
+    def from_config(cls, config) -> "Thresholds":
+        return cls(config.volume_floor, config.premium_floor, config.delta_threshold,
+                   config.multiplier_threshold, config.dormancy_threshold)
+
+
 def premium_price(vwap=None, close=None, last_price=None, midpoint=None) -> Optional[float]:
     """The price of the premium: the day VWAP, else the day close, else the last trade, else the quote midpoint."""
     for value in (vwap, close, last_price, midpoint):
@@ -39,7 +56,10 @@ def premium_price(vwap=None, close=None, last_price=None, midpoint=None) -> Opti
 
 
 def evaluate(ticker: str, volume: Optional[int], baseline: Baseline, price: Optional[float], config) -> Evaluation:
-    """The flags one contract raises. Thresholds are strict: a value exactly at a threshold does not flag."""
+    """The flags one contract raises. Thresholds are strict: a value exactly at a threshold does not flag.
+
+    config: the settings, or Thresholds read from them once.
+    """
     volume = int(volume or 0)
     premium = volume * price * 100.0 if price else 0.0
     flags: List[str] = []

@@ -4,11 +4,11 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import models
 from .calendar import TradingCalendar
-from .detection import SOURCES, evaluate, find_baselines, premium_price, record_alerts
+from .detection import SOURCES, Thresholds, evaluate, find_baselines, premium_price, record_alerts
 from .models import utc_iso
 from .scheduler import Action, current_slot
 from .tick import JobContext, JobOutcome, run_action
@@ -59,6 +59,23 @@ def chain_filter_for(trade_date: date, config, last_spot: Optional[float]):
     )
 
 
+@dataclass(frozen=True)
+class WatchedUniverse:
+    """The settings is_watched() reads, read once: a poll asks it of every contract of the chain, and
+    a Config's attributes are slow to read ten thousand times."""
+
+    expiration_roots: Tuple[str, ...]
+    min_dte: int
+    max_dte: int
+    min_moneyness: float
+    max_moneyness: float
+
+    @classmethod
+    def from_config(cls, config) -> "WatchedUniverse":
+        return cls(config.expiration_roots, config.min_dte, config.max_dte, config.min_moneyness,
+                   config.max_moneyness)
+
+
 def _in_band(snapshot, trade_date: date, config, low: float, high: float) -> bool:
     if snapshot.contract_type != "put" or snapshot.root not in config.expiration_roots:
         return False
@@ -70,7 +87,10 @@ def _in_band(snapshot, trade_date: date, config, low: float, high: float) -> boo
 
 
 def is_watched(snapshot, trade_date: date, config) -> bool:
-    """Puts of the configured roots, out of the money within the moneyness band, within the DTE window."""
+    """Puts of the configured roots, out of the money within the moneyness band, within the DTE window.
+
+    config: the settings, or a WatchedUniverse read from them once.
+    """
     return (snapshot.underlying_price is not None and snapshot.strike < snapshot.underlying_price
             and _in_band(snapshot, trade_date, config, config.min_moneyness, config.max_moneyness))
 
@@ -95,13 +115,16 @@ def last_known_spot() -> Optional[float]:
 def take_snapshot(now: datetime, trade_date: date, config, calendar: TradingCalendar, client) -> PollReport:
     """Fetch, store and detect. Nothing is stored unless every page arrived and parsed."""
     chain = client.fetch_chain("I:SPX", chain_filter_for(trade_date, config, last_known_spot()))
-    watched = [s for s in chain.snapshots if is_watched(s, trade_date, config)]
+    universe = WatchedUniverse.from_config(config)
+    watched = [s for s in chain.snapshots if is_watched(s, trade_date, universe)]
     expirations = sorted({s.expiration_date for s in watched})
     log.info("[POLL] Found %d expirations, %d contracts (%d pages)", len(expirations), len(watched), chain.pages)
 
     previous = calendar.previous_session(trade_date).trade_date
     stamp = utc_iso(now)
     day = trade_date.isoformat()
+    thresholds = Thresholds.from_config(config)
+    updated_texts: Dict[datetime, str] = {}  # a chain's contracts share a few update times
     with models.db.atomic():
         baselines = find_baselines([s.ticker for s in watched], now, previous, config)
         evaluations = []
@@ -109,12 +132,16 @@ def take_snapshot(now: datetime, trade_date: date, config, calendar: TradingCale
         for s in watched:
             baseline = baselines[s.ticker]
             price = premium_price(s.vwap, s.close, s.last_price, s.midpoint)
-            evaluations.append(evaluate(s.ticker, s.volume, baseline, price, config))
+            evaluations.append(evaluate(s.ticker, s.volume, baseline, price, thresholds))
+            updated = None
+            if s.data_updated_at:
+                updated = updated_texts.get(s.data_updated_at)
+                if updated is None:
+                    updated = updated_texts[s.data_updated_at] = utc_iso(s.data_updated_at)
             rows.append((
                 day, stamp, s.ticker, s.root, s.expiration_date.isoformat(), s.strike, s.volume, s.open_interest,
                 s.vwap, s.close, s.implied_volatility, s.delta, s.underlying_price, s.last_price, s.midpoint,
-                utc_iso(s.data_updated_at) if s.data_updated_at else None, s.timeframe,
-                baseline.volume, baseline.source,
+                updated, s.timeframe, baseline.volume, baseline.source,
             ))
         models.db.connection().executemany(INSERT_SNAPSHOT, rows)
         info = {s.ticker: (s.root, s.expiration_date.isoformat(), s.strike) for s in watched}
