@@ -141,8 +141,9 @@ def find_baselines(tickers: Sequence[str], at: datetime, previous_trade_date: da
                 (previous, *chunk)):
             found[ticker] = Baseline(volume or 0, "eod")
 
+    nothing = Baseline(None, "none")  # one shared instance: setdefault would build one per ticker
     for ticker in tickers:
-        found.setdefault(ticker, Baseline(None, "none"))
+        found.setdefault(ticker, nothing)
     return found
 
 

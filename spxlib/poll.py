@@ -144,7 +144,9 @@ def take_snapshot(now: datetime, trade_date: date, config, calendar: TradingCale
                 updated, s.timeframe, baseline.volume, baseline.source,
             ))
         models.db.connection().executemany(INSERT_SNAPSHOT, rows)
-        info = {s.ticker: (s.root, s.expiration_date.isoformat(), s.strike) for s in watched}
+        # record_alerts reads the contract details of flagged contracts only.
+        info = {s.ticker: (s.root, s.expiration_date.isoformat(), s.strike)
+                for s, evaluation in zip(watched, evaluations) if evaluation.flags}
         new, ongoing = record_alerts(trade_date, now, evaluations, info)
     sources = Counter(e.baseline.source for e in evaluations)
     log.info("[DETECTION] %d anomalies detected (%d new, %d ongoing)", new + ongoing, new, ongoing)
