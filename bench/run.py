@@ -19,7 +19,7 @@ def machine() -> dict:
     def command(*args):
         try:
             return subprocess.run(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                  text=True).stdout.strip()
+                                  text=True).stdout.rstrip()
         except OSError:
             return ""
 
