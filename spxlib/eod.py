@@ -7,7 +7,7 @@ day bars ('snapshot'); afterwards they come from the daily aggregates, one reque
 import logging
 import os
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -71,10 +71,18 @@ def _contracts_watched_before(session: Session, calendar: TradingCalendar):
 
 def bars_from_snapshot(session: Session, config, client) -> List[FinalBar]:
     """One chain snapshot: every contract the session polled or watched, and those near the band."""
-    from .poll import chain_filter_for, in_baseline_band, is_watched
+    from .poll import chain_filter_for, in_baseline_band, is_watched, last_known_spot
 
     seen = _contracts_seen(session.trade_date)
-    chain = client.fetch_chain("I:SPX", chain_filter_for(session.trade_date, config, None))
+    # The strike window around the session's last polled spot spans the baseline band; widened to
+    # every strike polled that day, so a big intraday move loses none of them. A session never
+    # polled has no recent spot: no strike window then.
+    chain_filter = chain_filter_for(session.trade_date, config, last_known_spot() if seen else None)
+    strikes = [contract[2] for contract in seen.values()]
+    if strikes and chain_filter.strike_gte is not None:
+        chain_filter = replace(chain_filter, strike_gte=min(chain_filter.strike_gte, min(strikes)),
+                               strike_lte=max(chain_filter.strike_lte, max(strikes)))
+    chain = client.fetch_chain("I:SPX", chain_filter)
     bars = []
     for s in chain.snapshots:
         watched = s.ticker in seen or is_watched(s, session.trade_date, config)

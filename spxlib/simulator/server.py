@@ -699,8 +699,9 @@ class _Handler(BaseHTTPRequestHandler):
             fault = app._pick_fault(path, page)
             if fault is not None and fault.kind not in ("slow", "invalid_json", "results_not_list",
                                                         "missing_details", "empty_body"):
-                self._send_fault(fault, request_id, accepts_gzip)
+                # Recorded before answering: a client that has its answer may read the log at once.
                 app._record(RequestRecord(method, path, params, accepts_gzip, _fault_status(fault), page, fault.kind))
+                self._send_fault(fault, request_id, accepts_gzip)
                 return
             if fault is not None and fault.kind == "slow":
                 time_module.sleep(fault.seconds)
