@@ -182,6 +182,26 @@ class TradingCalendar:
     def latest_session_on_or_before(self, day: date) -> Session:
         return self.session(day) if self.is_trading_day(day) else self.previous_session(day)
 
+    def monthly_expiration(self, year: int, month: int) -> date:
+        """The AM-settled SPX monthly expiry: the third Friday, or the trading day before it when closed
+        (2025-04-18, Good Friday, moved it to Thursday 2025-04-17)."""
+        first = date(year, month, 1)
+        day = first + timedelta(days=(4 - first.weekday()) % 7 + 14)
+        while not self.is_trading_day(day):
+            day -= timedelta(days=1)
+        return day
+
+    def monthly_expirations_between(self, first: date, last: date) -> List[date]:
+        """Every SPX monthly expiry with first <= expiry <= last, oldest first."""
+        found = []
+        year, month = first.year, first.month
+        while date(year, month, 1) <= last:
+            expiry = self.monthly_expiration(year, month)
+            if first <= expiry <= last:
+                found.append(expiry)
+            year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+        return found
+
     def trading_days_between(self, first: date, last: date) -> int:
         """How many sessions lie in (first, last]: days to expiry counted in sessions."""
         return sum(1 for _ in self.iter_sessions(first + timedelta(days=1), last))

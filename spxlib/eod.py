@@ -69,9 +69,9 @@ def _contracts_watched_before(session: Session, calendar: TradingCalendar):
     return found
 
 
-def bars_from_snapshot(session: Session, config, client) -> List[FinalBar]:
+def bars_from_snapshot(session: Session, config, client, calendar: TradingCalendar) -> List[FinalBar]:
     """One chain snapshot: every contract the session polled or watched, and those near the band."""
-    from .poll import chain_filter_for, in_baseline_band, is_watched, last_known_spot
+    from .poll import chain_filter_for, fetch_chain, in_baseline_band, is_watched, last_known_spot
 
     seen = _contracts_seen(session.trade_date)
     # The strike window around the session's last polled spot spans the baseline band; widened to
@@ -82,9 +82,9 @@ def bars_from_snapshot(session: Session, config, client) -> List[FinalBar]:
     if strikes and chain_filter.strike_gte is not None:
         chain_filter = replace(chain_filter, strike_gte=min(chain_filter.strike_gte, min(strikes)),
                                strike_lte=max(chain_filter.strike_lte, max(strikes)))
-    chain = client.fetch_chain("I:SPX", chain_filter)
+    snapshots, _ = fetch_chain(client, chain_filter, config, calendar)
     bars = []
-    for s in chain.snapshots:
+    for s in snapshots:
         watched = s.ticker in seen or is_watched(s, session.trade_date, config)
         if watched or in_baseline_band(s, session.trade_date, config):
             bars.append(FinalBar(s.ticker, s.root, s.expiration_date.isoformat(), s.strike, int(s.volume or 0),
@@ -174,7 +174,7 @@ def write_summary(trade_date: date, bars: Sequence[FinalBar]) -> None:
 def consolidate(session: Session, now: datetime, config, calendar: TradingCalendar, client) -> str:
     """Write the session's daily_history and summary and clean up old snapshots, in one transaction."""
     if snapshot_still_holds(session, now, calendar):
-        bars = bars_from_snapshot(session, config, client)
+        bars = bars_from_snapshot(session, config, client, calendar)
     else:
         bars = bars_from_aggregates(session, calendar, config, client)
     cutoff = retention_cutoff(session, calendar, config).isoformat()

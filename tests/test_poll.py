@@ -98,8 +98,9 @@ def test_persistent_500_records_failed_stores_nothing_and_next_tick_retries(tmp_
 
 
 def test_malformed_later_page_leaves_nothing_behind(tmp_path, fake_api):
-    config = monitor_config(tmp_path, fake_api)
-    # the first poll of a day asks without a strike window: several pages of 250
+    """Pages 1 and 2 arrived and parsed; page 3 is broken: nothing of the poll is stored."""
+    # with SPXW watched too the chain is one query of several pages of 250
+    config = monitor_config(tmp_path, fake_api, EXPIRATION_ROOTS="SPX,SPXW")
     fake_api.inject_fault("invalid_json", path_contains="/v3/snapshot", on_page=3, on_request=None)
     assert tick_at(et("2025-12-04 09:46"), config, fake_api).exit_code == 1
     assert rows(config, "SELECT COUNT(*) FROM intraday_snapshots")[0][0] == 0
@@ -212,3 +213,14 @@ def test_poll_command_refuses_outside_a_slot_unless_forced(tmp_path, fake_api, m
     with sqlite3.connect(str(tmp_path / "spx.db")) as conn:
         # a Saturday poll shows Friday's final bars and is filed under Friday's session
         assert conn.execute("SELECT DISTINCT trade_date FROM intraday_snapshots").fetchall() == [("2025-12-05",)]
+
+
+def test_spx_only_universe_asks_for_each_monthly_expiry_alone(tmp_path, fake_api, market):
+    config = monitor_config(tmp_path, fake_api)
+    tick_at(et("2025-12-04 09:46"), config, fake_api)
+    chain_requests = [r for r in fake_api.requests if r.path.startswith("/v3/snapshot")]
+    asked = [(r.query.get("expiration_date.gte"), r.query.get("expiration_date.lte")) for r in chain_requests]
+    # the third Fridays within 3..90 days of 2025-12-04
+    assert asked == [("2025-12-19", "2025-12-19"), ("2026-01-16", "2026-01-16"), ("2026-02-20", "2026-02-20")]
+    stored = rows(config, "SELECT DISTINCT expiration_date FROM intraday_snapshots ORDER BY 1")
+    assert stored == [("2025-12-19",), ("2026-01-16",), ("2026-02-20",)]

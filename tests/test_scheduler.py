@@ -187,3 +187,10 @@ def test_one_failing_eod_does_not_hold_back_later_ones():
 def test_naive_now_is_refused():
     with pytest.raises(ValueError):
         decide(datetime(2025, 12, 4, 10, 0), CAL, RunFacts(), CONFIG)
+
+
+def test_monthly_expiry_is_the_third_friday_or_the_trading_day_before():
+    assert CAL.monthly_expiration(2025, 12) == date(2025, 12, 19)
+    assert CAL.monthly_expiration(2025, 4) == date(2025, 4, 17)  # Good Friday 2025-04-18
+    assert CAL.monthly_expirations_between(date(2025, 12, 7), date(2026, 3, 4)) == [
+        date(2025, 12, 19), date(2026, 1, 16), date(2026, 2, 20)]

@@ -350,9 +350,7 @@ class SimulatedMarket:
 
     def monthly_expiration(self, year: int, month: int) -> date:
         """The AM-settled SPX expiry of a month: the third Friday, or the trading day before it."""
-        first = date(year, month, 1)
-        third_friday = first + timedelta(days=(4 - first.weekday()) % 7 + 14)
-        return self._on_or_before_trading_day(third_friday)
+        return self.calendar.monthly_expiration(year, month)
 
     def weekly_expiration(self, day: date) -> date:
         """The SPXW Friday expiry of the week holding ``day``, or the trading day before it."""
