@@ -55,7 +55,7 @@ def consolidate_once(base, work, config, calendar, session_factory=None):
         client.close()
         models.close_database()
     return {"wall": watch.wall, "cpu": watch.cpu, "fetch": fetch.seconds, "rows": rows, "detail": detail,
-            "fetched": len(fetch.last.snapshots), "pages": fetch.last.pages}
+            "fetched": len(fetch.snapshots), "pages": fetch.pages}
 
 
 def plain_daily_insert(base, work, rows):
@@ -104,8 +104,6 @@ def aggregates_run(base, work, server, config, calendar, contracts):
 
 def run(quick: bool) -> dict:
     from spxlib.calendar import TradingCalendar
-    from spxlib.poll import chain_filter_for
-
     repeats = 3 if quick else 5
     figures, notes, details = [], [], {}
     with tempfile.TemporaryDirectory(prefix="bench-eod-") as folder, SimServer("dense", PREVIOUS) as server:
@@ -119,7 +117,14 @@ def run(quick: bool) -> dict:
 
         server.set_now(AFTER_CLOSE)
         say("eod: recording the after-close snapshot (also warms the server's cache)")
-        chain_filter = chain_filter_for(AFTER_CLOSE.date(), config, None)
+        from spxlib import models
+        from spxlib.eod import snapshot_chain_filter
+
+        models.open_database(base)
+        try:  # the filter the EOD will send: the session's strike window, from its snapshots
+            chain_filter = snapshot_chain_filter(calendar.session(AFTER_CLOSE.date()), config)
+        finally:
+            models.close_database()
         pages = record_pages(server.base_url, CHAIN_PATH, dict(chain_filter.params(), limit="250"))
         work = os.path.join(folder, "work.db")
         replays, https, plains = [], [], []
@@ -171,8 +176,8 @@ def run(quick: bool) -> dict:
         figures.append(figure(SECTION, "  paced at %.1f s: %d requests took" % (pace, paced["requests"]),
                               paced["wall"], "s", floor, "(requests - 1) x pace", ">= (requests - 1) x pace",
                               paced["wall"] >= floor))
-    notes.append("The EOD's snapshot is fetched with no strike filter (chain_filter_for(..., None)): every put in "
-                 "the DTE window comes back, %d pages for %d daily rows." % (replay["pages"], len(rows)))
+    notes.append("The EOD's snapshot asks for the session's strike window (snapshot_chain_filter): %d pages "
+                 "for %d daily rows." % (replay["pages"], len(rows)))
     return {"name": "eod", "figures": figures, "notes": notes, "details": details}
 
 

@@ -34,17 +34,23 @@ SECTION = "1. Poll"
 
 
 class Timed:
-    """Wraps a function and adds up its wall time."""
+    """Wraps a function and adds up its wall time; for a client's fetch_chain also the contracts and
+    pages of every call (an SPX-only poll asks once per monthly expiry)."""
 
     def __init__(self, function):
         self.function = function
         self.seconds = 0.0
         self.last = None
+        self.snapshots = []
+        self.pages = 0
 
     def __call__(self, *args, **kwargs):
         with Stopwatch() as watch:
             self.last = self.function(*args, **kwargs)
         self.seconds += watch.wall
+        if hasattr(self.last, "snapshots"):  # a ChainResult; other timed functions return other things
+            self.snapshots.extend(self.last.snapshots)
+            self.pages += self.last.pages
         return self.last
 
 
@@ -130,7 +136,7 @@ def poll_from_bytes(base, work, config, calendar, pages, keep_rows=False):
         rows = conn.execute("SELECT %s FROM intraday_snapshots WHERE captured_at = ?" % columns,
                             (models.utc_iso(TODAY),)).fetchall()
     models.close_database()
-    fetched = fetch.last.snapshots
+    fetched = fetch.snapshots
     return {
         "total": watch.wall, "cpu": watch.cpu, "fetch_parse": fetch.seconds, "baselines": baselines.seconds,
         "insert": insert.seconds, "alerts": alerts.seconds,
@@ -172,7 +178,7 @@ def poll_over_http(base, work, server, config, calendar, moment=TODAY):
         models.close_database()
     requests = server.requests()[before:]
     return {"wall": watch.wall, "cpu": watch.cpu, "report": report, "requests": requests,
-            "fetched": fetch.last.snapshots, "fetch_wall": fetch.seconds}
+            "fetched": fetch.snapshots, "fetch_wall": fetch.seconds}
 
 
 def narrowing(fetched, watched_count, spot, config, pages, roots_filter=True):

@@ -69,20 +69,30 @@ def _contracts_watched_before(session: Session, calendar: TradingCalendar):
     return found
 
 
-def bars_from_snapshot(session: Session, config, client, calendar: TradingCalendar) -> List[FinalBar]:
-    """One chain snapshot: every contract the session polled or watched, and those near the band."""
-    from .poll import chain_filter_for, fetch_chain, in_baseline_band, is_watched, last_known_spot
+def snapshot_chain_filter(session: Session, config):
+    """The filter of the EOD's chain snapshot (needs the open database).
+
+    The strike window around the session's last polled spot spans the baseline band; it is widened
+    to every strike polled that day, so a big intraday move loses none of them. A session never
+    polled has no recent spot: no strike window then.
+    """
+    from .poll import chain_filter_for, last_known_spot
 
     seen = _contracts_seen(session.trade_date)
-    # The strike window around the session's last polled spot spans the baseline band; widened to
-    # every strike polled that day, so a big intraday move loses none of them. A session never
-    # polled has no recent spot: no strike window then.
     chain_filter = chain_filter_for(session.trade_date, config, last_known_spot() if seen else None)
     strikes = [contract[2] for contract in seen.values()]
     if strikes and chain_filter.strike_gte is not None:
         chain_filter = replace(chain_filter, strike_gte=min(chain_filter.strike_gte, min(strikes)),
                                strike_lte=max(chain_filter.strike_lte, max(strikes)))
-    snapshots, _ = fetch_chain(client, chain_filter, config, calendar)
+    return chain_filter
+
+
+def bars_from_snapshot(session: Session, config, client, calendar: TradingCalendar) -> List[FinalBar]:
+    """One chain snapshot: every contract the session polled or watched, and those near the band."""
+    from .poll import fetch_chain, in_baseline_band, is_watched
+
+    seen = _contracts_seen(session.trade_date)
+    snapshots, _ = fetch_chain(client, snapshot_chain_filter(session, config), config, calendar)
     bars = []
     for s in snapshots:
         watched = s.ticker in seen or is_watched(s, session.trade_date, config)
