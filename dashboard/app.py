@@ -21,6 +21,7 @@ from peewee import DatabaseError as PeeweeDatabaseError
 from werkzeug.exceptions import HTTPException
 
 from spxlib import models
+from spxlib.calendar import TradingCalendar
 from spxlib.config import load_config
 
 from . import queries
@@ -65,6 +66,7 @@ def create_app(db_path: str, config=None, now: Optional[Callable[[], datetime]] 
     clock = now or _utc_now
     db_path = os.path.abspath(db_path)
     tz = ZoneInfo(config.timezone)
+    calendar = TradingCalendar.from_config(config)  # built once: every request reuses its years
 
     app = Flask(__name__)
     app.config["DB_PATH"] = db_path
@@ -203,7 +205,9 @@ def create_app(db_path: str, config=None, now: Optional[Callable[[], datetime]] 
     def api_history(ticker: str):
         sessions = int_param("days", HISTORY_DEFAULT, 1, DAYS_MAX)
         day = day_param()
-        found = queries.history(conn(), ticker, day, sessions, tz) if day else None
+        # The session the day's baselines were compared with: the previous *trading* session.
+        previous = calendar.previous_session(date.fromisoformat(day)).key if day else None
+        found = queries.history(conn(), ticker, day, previous, sessions, tz) if day else None
         if found is None:
             raise ApiError(404, "unknown ticker %r: no daily history and no snapshots on or before %s"
                            % (ticker, day or "any date"))
@@ -223,7 +227,7 @@ def create_app(db_path: str, config=None, now: Optional[Callable[[], datetime]] 
 
     @app.get("/api/health")
     def api_health():
-        report = health_report(db_path, config, g.now)
+        report = health_report(db_path, config, g.now, calendar)
         status = 200 if report.get("level") == "ok" else 503
         return Response(json.dumps(report, default=str), status, mimetype="application/json")
 
@@ -289,22 +293,14 @@ def open_readonly(db_path: str) -> sqlite3.Connection:
     return conn
 
 
-def health_report(db_path: str, config, now: datetime) -> dict:
+def health_report(db_path: str, config, now: datetime, calendar: TradingCalendar) -> dict:
     """spxlib.status.collect_status for this database at `now`, or a critical report naming the problem."""
-    from spxlib.calendar import TradingCalendar
     from spxlib.status import collect_status
 
-    calendar = TradingCalendar.from_config(config)
     settings = config.replace(db_path=db_path)
-    with _STATUS_LOCK:
+    with _STATUS_LOCK:  # collect_status reads through spxlib's one peewee handle
         try:
-            if not os.path.exists(db_path):
-                return collect_status(now, settings, calendar)  # says there is no database yet
-            models.open_database(db_path, readonly=True)
-            try:
-                return collect_status(now, settings, calendar)
-            finally:
-                models.close_database()
+            return collect_status(now, settings, calendar)
         except models.StorageError as exc:
             return _unreadable_report(now, str(exc))
         except (PeeweeDatabaseError, sqlite3.DatabaseError) as exc:

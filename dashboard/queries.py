@@ -81,13 +81,6 @@ def latest_trade_date(conn: sqlite3.Connection) -> Optional[str]:
     return day
 
 
-def previous_trade_date(conn: sqlite3.Connection, day: str) -> Optional[str]:
-    """The newest session date before `day` with snapshots: the session its baselines came from."""
-    return conn.execute(
-        "SELECT MAX(trade_date) FROM intraday_snapshots WHERE trade_date < ?", (day,)
-    ).fetchone()[0]
-
-
 def last_capture(conn: sqlite3.Connection, day: str, tz: ZoneInfo) -> Optional[str]:
     """The UTC time of the day's last poll, or None when nothing was polled that day."""
     # A session's captures lie within its Eastern calendar day: searching that UTC range of the
@@ -232,16 +225,17 @@ def _intraday_points(conn: sqlite3.Connection, ticker: str, day: Optional[str], 
     return points
 
 
-def history(conn: sqlite3.Connection, ticker: str, day: str, sessions: int, tz: ZoneInfo) -> Optional[Dict]:
+def history(conn: sqlite3.Connection, ticker: str, day: str, previous: str, sessions: int,
+            tz: ZoneInfo) -> Optional[Dict]:
     """A contract's daily volumes for the last `sessions` sessions up to `day`, and its intraday
-    cumulative volume on `day` and on the session before. None when the file knows nothing of it."""
+    cumulative volume on `day` and on `previous` (the session before). None when the file knows
+    nothing of it."""
     daily = _rows(conn.execute(
         "SELECT trade_date, volume, open_interest, close, vwap, source, root, expiration_date, strike "
         "FROM daily_history WHERE ticker = ? AND trade_date <= ? ORDER BY trade_date DESC LIMIT ?",
         (ticker, day, sessions),
     ))
     daily.reverse()
-    previous = previous_trade_date(conn, day)
     today_points = _intraday_points(conn, ticker, day, tz)
     previous_points = _intraday_points(conn, ticker, previous, tz)
     if not daily and not today_points and not previous_points:

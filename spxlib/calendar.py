@@ -202,10 +202,6 @@ class TradingCalendar:
             year, month = (year + 1, 1) if month == 12 else (year, month + 1)
         return found
 
-    def trading_days_between(self, first: date, last: date) -> int:
-        """How many sessions lie in (first, last]: days to expiry counted in sessions."""
-        return sum(1 for _ in self.iter_sessions(first + timedelta(days=1), last))
-
 
 def holidays_fingerprint() -> Optional[str]:
     """Which `holidays` is installed, without importing it: its folder and the NYSE module's size and time."""

@@ -14,7 +14,6 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from . import models
 from .calendar import Session, TradingCalendar
 from .detection import premium_price
-from .models import utc_iso
 from .scheduler import Action, eod_due_at
 from .tick import JobContext, JobOutcome, run_action
 

@@ -4,7 +4,7 @@
 `--dry-run` prints the same decision without acting.
 """
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 from typing import Dict, List, Optional, Tuple
 
 from .calendar import Session, TradingCalendar
@@ -289,7 +289,3 @@ def _hhmm(moment: datetime) -> str:
 def _format_et(moment: datetime, calendar: TradingCalendar) -> str:
     return moment.astimezone(calendar.tz).strftime("%Y-%m-%d %H:%M ET")
 
-
-def utcnow() -> datetime:
-    """The real clock, read once at the edge by the commands."""
-    return datetime.now(timezone.utc)

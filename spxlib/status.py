@@ -1,11 +1,12 @@
 """Health of the monitor for people and for external monitors: last runs, failures, freshness."""
+import os
 from datetime import datetime, timedelta
 from typing import Optional
 
 from . import models
 from .calendar import TradingCalendar
 from .models import IntradaySnapshot, RunLog, parse_utc
-from .scheduler import DONE_STATUSES, decide, eod_due_at, eod_sessions_due, poll_slots
+from .scheduler import DONE_STATUSES, RunFacts, decide, eod_due_at, eod_sessions_due, poll_slots
 from .tick import read_facts
 
 # An EOD is overdue once it has been due this long without succeeding (a tick or two of slack).
@@ -14,14 +15,13 @@ EOD_CRITICAL_HOURS = 24
 
 
 def collect_status(now: datetime, config, calendar: Optional[TradingCalendar] = None) -> dict:
-    """The status report at `now`. Uses the open database, or opens config.db_path read-only."""
-    calendar = calendar or TradingCalendar.from_config(config)
-    if models.db.database is not None and not models.db.is_closed():
-        return _collect(now, config, calendar)
-    import os
+    """The status report at `now`, reading config.db_path read-only (a missing file is a warning).
 
+    Raises models.StorageError for a file that cannot be read.
+    """
+    calendar = calendar or TradingCalendar.from_config(config)
     if not os.path.exists(config.db_path):
-        report = _empty_report(now, config, calendar)
+        report = _empty_report(now, decide(now, calendar, RunFacts(watching_since=now), config))
         report["problems"].append("no database yet at %s: run bin/tick (or the demo)" % config.db_path)
         report["level"] = "warning"
         return report
@@ -32,10 +32,7 @@ def collect_status(now: datetime, config, calendar: Optional[TradingCalendar] = 
         models.close_database()
 
 
-def _empty_report(now, config, calendar) -> dict:
-    from .scheduler import RunFacts
-
-    decision = decide(now, calendar, RunFacts(watching_since=now), config)
+def _empty_report(now: datetime, decision) -> dict:
     return {
         "now": now.isoformat(),
         "state": decision.state,
@@ -68,12 +65,7 @@ def _row_json(row) -> dict:
 def _collect(now: datetime, config, calendar: TradingCalendar) -> dict:
     facts = read_facts(now, calendar, config)
     decision = decide(now, calendar, facts, config)
-    report = _empty_report(now, config, calendar)
-    report.update(
-        state=decision.state,
-        next_action=decision.next_action,
-        next_action_at=decision.next_action_at.isoformat() if decision.next_action_at else None,
-    )
+    report = _empty_report(now, decision)
     last = {}
     for job in ("poll", "eod"):
         row = (RunLog.select().where((RunLog.job == job) & (RunLog.status == "ok"))

@@ -1,5 +1,6 @@
 """Shared fixtures: a real SQLite file per test, validated configuration, the simulated market."""
 import pytest
+from click.testing import CliRunner
 
 from spxlib import models
 from spxlib.calendar import TradingCalendar
@@ -31,3 +32,15 @@ def database(db_path):
     models.open_database(db_path)
     yield models.db
     models.close_database()
+
+
+@pytest.fixture
+def run_cli(monkeypatch):
+    """Run a command as a user would (real click parsing): the database in SPX_DB_PATH, no log file."""
+    def run(command, args, db_path, **environ):
+        monkeypatch.setenv("SPX_DB_PATH", str(db_path))
+        monkeypatch.setenv("SPX_LOG_TO_FILE", "false")
+        for name, value in environ.items():
+            monkeypatch.setenv(name, value)
+        return CliRunner().invoke(command, args, catch_exceptions=False)
+    return run

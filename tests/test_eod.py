@@ -3,7 +3,6 @@ import sqlite3
 from datetime import date, timedelta
 
 import pytest
-from click.testing import CliRunner
 
 from spxcli import commands
 from spxlib import eod as eod_module
@@ -125,22 +124,17 @@ def test_reprocessing_twice_gives_identical_rows(tmp_path, fake_api):
     ("2025-12-08", ["not closed yet", "16:30"]),
     ("2025-13-01", ["not a date"]),
 ])
-def test_eod_command_refuses_dates_that_are_not_completed_sessions(day, words, tmp_path, monkeypatch):
-    monkeypatch.setenv("SPX_DB_PATH", str(tmp_path / "x.db"))
-    monkeypatch.setenv("SPX_LOG_TO_FILE", "false")
-    result = CliRunner().invoke(commands.eod, ["--date", day, "--now", "2025-12-08T12:00:00-05:00"],
-                                catch_exceptions=False)
+def test_eod_command_refuses_dates_that_are_not_completed_sessions(day, words, tmp_path, run_cli):
+    result = run_cli(commands.eod, ["--date", day, "--now", "2025-12-08T12:00:00-05:00"], str(tmp_path / "x.db"))
     assert result.exit_code == 2
     for word in words:
         assert word in result.output
     assert not (tmp_path / "x.db").exists()
 
 
-def test_eod_since_lists_every_completed_session(tmp_path, monkeypatch):
-    monkeypatch.setenv("SPX_DB_PATH", str(tmp_path / "x.db"))
-    monkeypatch.setenv("SPX_LOG_TO_FILE", "false")
-    result = CliRunner().invoke(commands.eod, ["--since", "2025-11-26", "--dry-run",
-                                               "--now", "2025-12-02T12:00:00-05:00"], catch_exceptions=False)
+def test_eod_since_lists_every_completed_session(tmp_path, run_cli):
+    result = run_cli(commands.eod, ["--since", "2025-11-26", "--dry-run",
+                                               "--now", "2025-12-02T12:00:00-05:00"], str(tmp_path / "x.db"))
     assert result.exit_code == 0
     assert [line.split()[1] for line in result.output.splitlines()] == ["2025-11-26:", "2025-11-28:", "2025-12-01:"]
 

@@ -198,17 +198,14 @@ def test_first_day_has_no_baseline_and_no_flags(tmp_path, fake_api, market):
     assert rows(config, "SELECT COUNT(*) FROM alerts")[0][0] == 0
 
 
-def test_poll_command_refuses_outside_a_slot_unless_forced(tmp_path, fake_api, monkeypatch):
-    from click.testing import CliRunner
+def test_poll_command_refuses_outside_a_slot_unless_forced(tmp_path, fake_api, run_cli):
     from spxcli import commands
-    for name, value in {"SPX_DB_PATH": str(tmp_path / "spx.db"), "SPX_API_BASE_URL": fake_api.base_url,
-                        "SPX_LOG_TO_FILE": "false", "MASSIVE_API_KEY": "test-key"}.items():
-        monkeypatch.setenv(name, value)
+    environ = dict(SPX_API_BASE_URL=fake_api.base_url, MASSIVE_API_KEY="test-key")
     fake_api.set_now(et("2025-12-06 12:00"))
-    refused = CliRunner().invoke(commands.poll, ["--now", "2025-12-06T12:00:00-05:00"], catch_exceptions=False)
+    refused = run_cli(commands.poll, ["--now", "2025-12-06T12:00:00-05:00"], tmp_path / "spx.db", **environ)
     assert refused.exit_code == 2 and "--force" in refused.output
-    forced = CliRunner().invoke(commands.poll, ["--now", "2025-12-06T12:00:00-05:00", "--force"],
-                                catch_exceptions=False)
+    forced = run_cli(commands.poll, ["--now", "2025-12-06T12:00:00-05:00", "--force"], tmp_path / "spx.db",
+                     **environ)
     assert forced.exit_code == 0 and "Poll: ok" in forced.output
     with sqlite3.connect(str(tmp_path / "spx.db")) as conn:
         # a Saturday poll shows Friday's final bars and is filed under Friday's session

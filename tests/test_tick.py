@@ -8,7 +8,6 @@ from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
-from click.testing import CliRunner
 from filelock import FileLock
 
 from spxcli import commands
@@ -87,25 +86,20 @@ def test_stale_running_row_is_taken_as_failed_and_retried(config):
     assert run_log_rows(config.db_path)[0][3:] == ("ok", 2)
 
 
-def test_second_tick_while_one_holds_the_lock_exits_0_and_does_nothing(config, tmp_path, monkeypatch):
-    monkeypatch.setenv("SPX_DB_PATH", config.db_path)
-    monkeypatch.setenv("SPX_LOG_TO_FILE", "false")
+def test_second_tick_while_one_holds_the_lock_exits_0_and_does_nothing(config, run_cli):
     os.makedirs(os.path.dirname(config.db_path), exist_ok=True)
     with FileLock(os.path.abspath(config.db_path) + ".lock"):
-        result = CliRunner().invoke(commands.tick, ["--now", "2025-12-04T09:46:00-05:00"], catch_exceptions=False)
+        result = run_cli(commands.tick, ["--now", "2025-12-04T09:46:00-05:00"], config.db_path)
     assert result.exit_code == 0
     assert "already running" in result.output
     assert not os.path.exists(config.db_path)
 
 
-def test_dry_run_leaves_the_database_file_unchanged(config, monkeypatch):
+def test_dry_run_leaves_the_database_file_unchanged(config, run_cli):
     run_tick(et("2025-12-04 09:46"), config, jobs=recording_jobs([]))
     before = hashlib.sha256(open(config.db_path, "rb").read()).hexdigest()
     mtime = os.stat(config.db_path).st_mtime_ns
-    monkeypatch.setenv("SPX_DB_PATH", config.db_path)
-    monkeypatch.setenv("SPX_LOG_TO_FILE", "false")
-    result = CliRunner().invoke(commands.tick, ["--dry-run", "--now", "2025-12-04T10:16:00-05:00"],
-                                catch_exceptions=False)
+    result = run_cli(commands.tick, ["--dry-run", "--now", "2025-12-04T10:16:00-05:00"], config.db_path)
     assert result.exit_code == 0
     assert "State: MARKET_OPEN" in result.output
     assert "Would run poll: slot 10:15 ET is due" in result.output
@@ -114,22 +108,16 @@ def test_dry_run_leaves_the_database_file_unchanged(config, monkeypatch):
     assert run_log_rows(config.db_path) == [("poll", "2025-12-04", "2025-12-04T14:45:00Z", "ok", 1)]
 
 
-def test_dry_run_on_half_day_shows_eod_pending_at_1330(tmp_path, monkeypatch):
-    monkeypatch.setenv("SPX_DB_PATH", str(tmp_path / "none.db"))
-    monkeypatch.setenv("SPX_LOG_TO_FILE", "false")
-    result = CliRunner().invoke(commands.tick, ["--dry-run", "--now", "2025-11-28T13:20:00-05:00"],
-                                catch_exceptions=False)
+def test_dry_run_on_half_day_shows_eod_pending_at_1330(tmp_path, run_cli):
+    result = run_cli(commands.tick, ["--dry-run", "--now", "2025-11-28T13:20:00-05:00"], str(tmp_path / "none.db"))
     assert result.exit_code == 0
     assert "[2025-11-28 13:20:00 ET] State: EOD_PENDING" in result.output
     assert "Next EOD at 13:30 ET" in result.output
     assert not (tmp_path / "none.db").exists()
 
 
-def test_tick_json_prints_the_decision(tmp_path, monkeypatch):
-    monkeypatch.setenv("SPX_DB_PATH", str(tmp_path / "none.db"))
-    monkeypatch.setenv("SPX_LOG_TO_FILE", "false")
-    result = CliRunner().invoke(commands.tick, ["--dry-run", "--json", "--now", "2025-12-06T12:00:00-05:00"],
-                                catch_exceptions=False)
+def test_tick_json_prints_the_decision(tmp_path, run_cli):
+    result = run_cli(commands.tick, ["--dry-run", "--json", "--now", "2025-12-06T12:00:00-05:00"], str(tmp_path / "none.db"))
     data = json.loads(result.output)
     assert data["state"] == "WEEKEND"
     assert data["next_action_at"] == "2025-12-08T09:45:00-05:00"
@@ -140,38 +128,31 @@ def test_tick_json_prints_the_decision(tmp_path, monkeypatch):
     ({"SPX_EOD_CONSOLIDATION_ENABLED": "perhaps"}, ["EOD_CONSOLIDATION_ENABLED", "true or false"]),
     ({"SPX_MIN_MONEYNESS": "0.95", "SPX_MAX_MONEYNESS": "0.9"}, ["MIN_MONEYNESS", "MAX_MONEYNESS"]),
 ])
-def test_bad_configuration_exits_2_naming_the_setting(env, words, monkeypatch, tmp_path):
-    monkeypatch.setenv("SPX_DB_PATH", str(tmp_path / "x.db"))
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    result = CliRunner().invoke(commands.tick, ["--dry-run"], catch_exceptions=False)
+def test_bad_configuration_exits_2_naming_the_setting(env, words, run_cli, tmp_path):
+    result = run_cli(commands.tick, ["--dry-run"], tmp_path / "x.db", **env)
     assert result.exit_code == 2
     for word in words:
         assert word in result.output
 
 
-def test_ini_file_settings_are_validated_too(monkeypatch, tmp_path):
+def test_ini_file_settings_are_validated_too(run_cli, tmp_path):
     ini = tmp_path / "spx.ini"
     ini.write_text("[spx]\nmax_dte = 30\nvolume_floor = lots\n")
-    monkeypatch.setenv("SPX_CONFIG", str(ini))
-    result = CliRunner().invoke(commands.tick, ["--dry-run"], catch_exceptions=False)
+    result = run_cli(commands.tick, ["--dry-run"], tmp_path / "x.db", SPX_CONFIG=str(ini))
     assert result.exit_code == 2
     assert "VOLUME_FLOOR='lots'" in result.output and str(ini) in result.output
 
 
-def test_now_without_offset_is_a_usage_error(monkeypatch, tmp_path):
-    monkeypatch.setenv("SPX_DB_PATH", str(tmp_path / "x.db"))
-    result = CliRunner().invoke(commands.tick, ["--dry-run", "--now", "2025-12-04T09:45:00"], catch_exceptions=False)
+def test_now_without_offset_is_a_usage_error(run_cli, tmp_path):
+    result = run_cli(commands.tick, ["--dry-run", "--now", "2025-12-04T09:45:00"], tmp_path / "x.db")
     assert result.exit_code == 2 and "no UTC offset" in result.output
 
 
-def test_corrupt_database_is_a_clear_error_and_the_file_is_kept(config, monkeypatch):
+def test_corrupt_database_is_a_clear_error_and_the_file_is_kept(config, run_cli):
     os.makedirs(os.path.dirname(config.db_path), exist_ok=True)
     with open(config.db_path, "wb") as handle:
         handle.write(b"this is not a database at all" * 200)
-    monkeypatch.setenv("SPX_DB_PATH", config.db_path)
-    monkeypatch.setenv("SPX_LOG_TO_FILE", "false")
-    result = CliRunner().invoke(commands.tick, ["--now", "2025-12-04T09:46:00-05:00"], catch_exceptions=False)
+    result = run_cli(commands.tick, ["--now", "2025-12-04T09:46:00-05:00"], config.db_path)
     assert result.exit_code == 1
     assert "corrupt" in result.output and config.db_path in result.output
     assert open(config.db_path, "rb").read().startswith(b"this is not a database")

@@ -203,7 +203,10 @@ def format_ticker(root: str, expiration: date, contract_type: str, strike: float
 
 
 def parse_ticker(ticker: str) -> Tuple[str, date, str, float]:
-    """(root, expiration, 'call'|'put', strike) of an option ticker; ValueError when malformed."""
+    """(root, expiration, 'call'|'put', strike) of an option ticker; ValueError when malformed.
+
+    Written apart from spxlib.marketdata.parse_option_ticker on purpose: the fake API must not share
+    the parser of the client it tests, or a bug in it would hide on both sides."""
     if not ticker.startswith("O:") or len(ticker) < 2 + 1 + 6 + 1 + 8:
         raise ValueError("not an option ticker: %r" % (ticker,))
     body = ticker[2:]

@@ -447,6 +447,18 @@ class FakeApiServer:
         filters["limit"] = str(limit)
         return filters, offset, limit
 
+    def _listing_page(self, status: str, results: list, path: str, filters: Dict[str, str], offset: int,
+                      limit: int, total: int) -> Tuple[dict, int]:
+        """A page of a paginated listing and its number: results omitted when empty (as the API may),
+        next_url only while more pages remain."""
+        body: Dict[str, Any] = {"status": status}
+        if results:
+            body["results"] = results
+        next_url = self._next_url(path, filters, offset, limit, total)
+        if next_url:
+            body["next_url"] = next_url
+        return body, offset // limit + 1
+
     def _next_url(self, path: str, filters: Dict[str, str], offset: int, limit: int, total: int) -> Optional[str]:
         if offset + limit >= total:
             return None
@@ -460,13 +472,7 @@ class FakeApiServer:
         chosen = self._listing("chain", chain_date, filters)
         page = chosen[offset:offset + limit]
         results = [self.market.snapshot_result(c, now, self.delay_minutes, self.options) for c in page]
-        body: Dict[str, Any] = {"status": self.status}
-        if results:
-            body["results"] = results
-        next_url = self._next_url(SNAPSHOT_PATH, filters, offset, limit, len(chosen))
-        if next_url:
-            body["next_url"] = next_url
-        return body, offset // limit + 1
+        return self._listing_page(self.status, results, SNAPSHOT_PATH, filters, offset, limit, len(chosen))
 
     def snapshot_contract(self, now: datetime, ticker: str) -> dict:
         """The envelope of one contract's snapshot; 404 when it is not in today's chain."""
@@ -535,13 +541,7 @@ class FakeApiServer:
             }
             for c in chosen[offset:offset + limit]
         ]
-        body: Dict[str, Any] = {"status": "OK"}
-        if results:
-            body["results"] = results
-        next_url = self._next_url(CONTRACTS_PATH, filters, offset, limit, len(chosen))
-        if next_url:
-            body["next_url"] = next_url
-        return body, offset // limit + 1
+        return self._listing_page("OK", results, CONTRACTS_PATH, filters, offset, limit, len(chosen))
 
     def upcoming(self, now: datetime) -> list:
         """NYSE closures and early closes of the next 90 days, as /v1/marketstatus/upcoming lists them."""
