@@ -68,7 +68,7 @@ def _contracts_watched_before(session: Session, calendar: TradingCalendar):
     return found
 
 
-def snapshot_chain_filter(session: Session, config):
+def snapshot_chain_filter(session: Session, config, seen: Optional[Dict[str, tuple]] = None):
     """The filter of the EOD's chain snapshot (needs the open database).
 
     The strike window around the session's last polled spot spans the baseline band; it is widened
@@ -77,7 +77,7 @@ def snapshot_chain_filter(session: Session, config):
     """
     from .poll import chain_filter_for, last_known_spot
 
-    seen = _contracts_seen(session.trade_date)
+    seen = _contracts_seen(session.trade_date) if seen is None else seen
     chain_filter = chain_filter_for(session.trade_date, config, last_known_spot() if seen else None)
     strikes = [contract[2] for contract in seen.values()]
     if strikes and chain_filter.strike_gte is not None:
@@ -91,7 +91,7 @@ def bars_from_snapshot(session: Session, config, client, calendar: TradingCalend
     from .poll import fetch_chain, in_baseline_band, is_watched
 
     seen = _contracts_seen(session.trade_date)
-    snapshots, _ = fetch_chain(client, snapshot_chain_filter(session, config), config, calendar)
+    snapshots, _ = fetch_chain(client, snapshot_chain_filter(session, config, seen), config, calendar)
     bars = []
     for s in snapshots:
         watched = s.ticker in seen or is_watched(s, session.trade_date, config)
